@@ -1284,9 +1284,11 @@ def test_a_card_process_stopped_while_measuring_leaves_no_measurement_running(tm
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.md", "x.onnx", "x.pt"]  # the earlier ones
 
 
-def test_an_epochs_progress_bar_counts_the_steps_the_epoch_takes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("batching", ["random", "length"])
+def test_an_epochs_progress_bar_counts_the_steps_the_epoch_takes(tmp_path, monkeypatch, batching):
     """An audit: the bar's total counted the chunks of the episodes in file order, while the epoch batches them in
-    its shuffled order (episodes of other lengths together): a bar of 15 for an epoch of 17 steps."""
+    its shuffled order (episodes of other lengths together): a bar of 15 for an epoch of 17 steps. The same with
+    batches of episodes of similar length (``training.batching: length``)."""
     from liquid_control.training import run as run_module
 
     bars = []
@@ -1306,6 +1308,7 @@ def test_an_epochs_progress_bar_counts_the_steps_the_epoch_takes(tmp_path, monke
             pass
 
     monkeypatch.setattr(run_module, "progress_bar", Bar)
-    trainer.train(tiny_config(batch_size=3, dagger_max_steps=5), tmp_path / "run", progress=False, log=lambda m: None)
+    config = tiny_config(batch_size=3, dagger_max_steps=5, batching=batching)
+    trainer.train(config, tmp_path / "run", progress=False, log=lambda m: None)
     epochs = [bar for bar in bars if bar.desc.startswith("epoch ")]
     assert len(epochs) == 3 + 2 * 2 and all(bar.n == bar.total for bar in epochs), [(b.n, b.total) for b in epochs]

@@ -30,6 +30,7 @@ CAMERA_NORMALIZATIONS = ("none", "frame", "instance", "chromaticity", "chromatic
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
 SEQUENCE_KERNELS = ("fused", "stepwise")
+BATCHINGS = ("random", "length")  # training.batching: which episodes share a batch (training.bc.epoch_batches)
 # names of the observation dict that are not vector inputs: the camera (sensor and reading), dt and time inputs
 RESERVED_INPUT_NAMES = (CAMERA, "image", "image_index", "dt") + TIMING_INPUTS
 
@@ -224,6 +225,9 @@ _TRAINING = {
     # how BC runs the core over a chunk: "fused" (the core's sequence kernels, compiled where available) or
     # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
     "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
+    # which episodes share a batch: "random" (consecutive in a shuffle) or "length" (of similar length, so a batch's
+    # last steps are not the tails of its longest episodes alone, and less is padded; training.bc.epoch_batches)
+    "batching": _field("str", "random", choices=BATCHINGS),
 }
 # The training settings of simulated episodes: collecting them (demonstrations, the DAgger schedule, caps), the
 # selection episodes, and what is varied in them (world shift, sensor timing, sun, DART noise). A run from recorded

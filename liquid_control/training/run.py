@@ -48,7 +48,7 @@ from liquid_control.policy.config import (
 from liquid_control.policy.encoders import MIN_INPUT_STD
 from liquid_control.shown import shown
 
-from .bc import DataParallel, bc_epoch, count_chunks
+from .bc import DataParallel, bc_epoch, count_chunks, epoch_batches
 from .curves import plot_curves
 from .data import (
     Episode,
@@ -462,9 +462,11 @@ class TrainingRun:
             group["lr"] = lr
         rng = np.random.default_rng([self.seed, 7, epoch])
         torch.manual_seed(epoch_torch_seed(self.seed, epoch))
-        # the epoch's steps in bc_epoch's order (its rng's first draw): batches of other episodes than in file order
-        order = np.random.default_rng([self.seed, 7, epoch]).permutation(len(episodes))
-        steps = count_chunks(episodes, t["batch_size"], t["sequence_length"], order)
+        # the epoch's steps in bc_epoch's batches (its rng's first draws): batches of other episodes than in file order
+        batches = epoch_batches(
+            [len(ep) for ep in episodes], t["batch_size"], np.random.default_rng([self.seed, 7, epoch]), t["batching"]
+        )
+        steps = count_chunks(episodes, t["sequence_length"], batches)
         bar = progress_bar(steps, f"epoch {epoch + 1}/{self.total_epochs}", self.progress)
 
         def tick(loss):
@@ -486,6 +488,7 @@ class TrainingRun:
                 turn_limits=(self.config["action"]["low"][-1], self.config["action"]["high"][-1]),
                 progress=tick,
                 parallel=self.parallel,
+                batching=t["batching"],
             )
         except SolverDivergedError as exc:  # an explicit LTC solver at the data's dt: what is kept, what to change
             raise TrainingError(f"epoch {epoch + 1}: {exc} (core.solver, core.unfolds); {self.kept()}") from None
