@@ -12,6 +12,8 @@ machine load; the clock is the process's CPU time, one torch thread. The episode
 (``--episodes``). A ``torch.profiler`` pass over a few batches of the fused path follows, to show where a BC
 step's time goes (the camera CNN or the core). Which kernel ran is printed (the dispatcher's record). The last
 lines are ``name: value``. docs/training.md ("Training speed") has the figures of the rover recipe.
+``--length-batches`` adds a third way, the fused path with ``training.batching: length`` (episodes of similar length
+share a batch: fewer steps an epoch, less padding computed), timed in the same alternation.
 """
 
 import argparse
@@ -122,6 +124,11 @@ def main(argv=None) -> int:
         "--profile-episodes", type=int, default=32, help="episodes of the profiler pass (0: none; default %(default)s)"
     )
     parser.add_argument(
+        "--length-batches",
+        action="store_true",
+        help="also time the fused path with training.batching: length (batches of episodes of similar length)",
+    )
+    parser.add_argument(
         "--cores",
         type=int,
         default=0,
@@ -151,20 +158,23 @@ def main(argv=None) -> int:
     fit = dict(batch_size=t["batch_size"], sequence_length=t["sequence_length"], grad_clip=t["grad_clip"])
     updates = sum(len(e) for e in episodes)
     print(f"{config['name']}: {len(episodes)} episodes, {updates} updates, chunks of {t['sequence_length']}")
-    runs = {}
-    for path in PATHS:
+    ways = {path: (path, "random") for path in PATHS}
+    if args.length_batches:
+        ways["fused_length"] = ("fused", "length")
+    runs, batching = {}, {}
+    for way, (path, batches) in ways.items():
         variant = copy.deepcopy(config)
         variant["training"]["sequence_kernel"] = path
         torch.manual_seed(0)
         policy = Policy.from_config(variant)
         optimizer = torch.optim.Adam(policy.parameters(), lr=t["lr"])
         bc_epoch(policy, optimizer, episodes[: t["batch_size"]], rng=np.random.default_rng(1), **fit)  # warm-up
-        runs[path] = (policy, optimizer, [], set())
+        runs[way], batching[way] = (policy, optimizer, [], set()), batches
     for r in range(args.rounds):
         for path, (policy, optimizer, cpu, ran) in runs.items():
             start = time.process_time()
             with kernels.recording() as calls:
-                bc_epoch(policy, optimizer, episodes, rng=np.random.default_rng(r), **fit)
+                bc_epoch(policy, optimizer, episodes, rng=np.random.default_rng(r), batching=batching[path], **fit)
             cpu.append(time.process_time() - start)
             ran.update(backend for _, purpose, backend in calls if purpose == "sequence")
             print(f"epoch {r} {path}: {cpu[-1]:.2f} s CPU", flush=True)
@@ -186,10 +196,13 @@ def main(argv=None) -> int:
             print(f"profile share, {name}: {100 * part / total:.0f}%")
     if args.cores > 1:
         compare_cores(config, episodes, fit, args.cores, args.rounds)
-    medians = {path: statistics.median(runs[path][2]) for path in PATHS}
-    for path in PATHS:
+    medians = {path: statistics.median(runs[path][2]) for path in runs}
+    for path in runs:
         print(f"bc_epoch_cpu_s_{path}: {medians[path]:.3f}  (kernel: {', '.join(sorted(runs[path][3]))})")
     print(f"speedup_fused_over_stepwise: {medians['stepwise'] / medians['fused']:.2f}")
+    if "fused_length" in runs:  # the same round's epochs: the ratio of each round, then their median
+        ratios = [r / b for r, b in zip(runs["fused"][2], runs["fused_length"][2])]
+        print(f"speedup_length_over_random_batches: {statistics.median(ratios):.2f}")
     return 0
 
 
