@@ -13,7 +13,8 @@ machine load; the clock is the process's CPU time, one torch thread. The episode
 step's time goes (the camera CNN or the core). Which kernel ran is printed (the dispatcher's record). The last
 lines are ``name: value``. docs/training.md ("Training speed") has the figures of the rover recipe.
 ``--length-batches`` adds a third way, the fused path with ``training.batching: length`` (episodes of similar length
-share a batch: fewer steps an epoch, less padding computed), timed in the same alternation.
+share a batch: fewer steps an epoch, less padding computed), timed in the same alternation; the other ways, the
+profiler pass and ``--cores`` take random batches whatever the config says.
 """
 
 import argparse

@@ -158,6 +158,7 @@ def speed(args) -> int:
             sequence_length=t["sequence_length"],
             grad_clip=t["grad_clip"],
             rng=np.random.default_rng(0),
+            batching=t["batching"],
         )
         times.setdefault(kernel, []).append(time.process_time() - start)
     updates = stats["updates"]

@@ -19,7 +19,7 @@ B, S = 16, 16
 
 
 def _lengths(count=520, seed=0):
-    """Episode lengths (updates) spread as in a robust rover run's 520 episodes: 20-150, median ~90."""
+    """Episode lengths spread as in a robust rover run with 1.5x its data (520 episodes of 20-150 updates)."""
     return np.random.default_rng(seed).integers(20, 151, count)
 
 
@@ -68,6 +68,14 @@ def test_length_batches_pool_a_few_batches_so_episodes_of_all_lengths_can_meet_a
     one = {tuple(sorted(b)) for b in epoch_batches(lengths, B, np.random.default_rng(1), "length")}
     two = {tuple(sorted(b)) for b in epoch_batches(lengths, B, np.random.default_rng(2), "length")}
     assert len(one & two) < len(one) // 2
+
+
+def test_length_batches_run_in_shuffled_order_not_shortest_first():
+    """Sorted pools cut into batches would otherwise run each pool's batches from its shortest to its longest."""
+    lengths = _lengths()
+    means = [np.mean(lengths[b]) for b in epoch_batches(lengths, B, np.random.default_rng(4), "length")]
+    rising = sum(b > a for a, b in zip(means, means[1:]))
+    assert 0.3 < rising / (len(means) - 1) < 0.7, means
 
 
 def test_an_unknown_batching_is_refused_naming_the_key():
