@@ -158,18 +158,17 @@ def test_dagger_rollout_mixes_drivers_and_labels_with_the_expert():
         rollout(env, None, beta=0.5, seed=1)
 
 
-def test_behaviour_cloning_loss_decreases():
+@pytest.mark.parametrize("batching", ["random", "length"])
+def test_behaviour_cloning_loss_decreases(batching):
     env = gymnasium.make("TinyReach-v0")
     episodes = [rollout(env, None, seed=s) for s in range(8)]
     torch.manual_seed(0)
     policy = Policy.from_config(tiny_config())
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    losses = [
-        bc_epoch(policy, optimizer, episodes, batch_size=4, sequence_length=8, grad_clip=1.0, rng=rng)["loss"]
-        for _ in range(8)
-    ]
-    assert losses[-1] < 0.3 * losses[0], losses
+    run = dict(batch_size=4, sequence_length=8, grad_clip=1.0, rng=np.random.default_rng(0), batching=batching)
+    stats = [bc_epoch(policy, optimizer, episodes, **run) for _ in range(8)]
+    assert stats[-1]["loss"] < 0.3 * stats[0]["loss"], stats
+    assert all(s["updates"] == sum(len(ep) for ep in episodes) for s in stats)  # every update, once an epoch
 
 
 def test_an_epoch_stops_at_the_first_step_whose_loss_is_not_finite():

@@ -5,15 +5,12 @@ last chunks hold only a batch's longest episodes (a full step on the tails of on
 rest. ``length`` forms batches of episodes of similar length. ``random`` stays what training always did
 (the shipped policies' runs): the slices of one permutation, drawing nothing more from the epoch's generator."""
 
-import gymnasium
 import numpy as np
 import pytest
-import torch
 from test_training import tiny_config
 
-from liquid_control.policy import Policy, PolicyConfigError, validate_config
-from liquid_control.training.bc import LENGTH_POOL_BATCHES, bc_epoch, count_chunks, epoch_batches
-from liquid_control.training.data import rollout
+from liquid_control.policy import PolicyConfigError, validate_config
+from liquid_control.training.bc import LENGTH_POOL_BATCHES, count_chunks, epoch_batches
 
 B, S = 16, 16
 
@@ -83,17 +80,3 @@ def test_an_unknown_batching_is_refused_naming_the_key():
         validate_config(tiny_config(batching="sorted"))
     with pytest.raises(ValueError, match="batching must be 'random' or 'length'"):
         epoch_batches(_lengths(), B, np.random.default_rng(0), "sorted")
-
-
-@pytest.mark.parametrize("batching", ["random", "length"])
-def test_behaviour_cloning_learns_with_either_batching(batching):
-    env = gymnasium.make("TinyReach-v0")
-    episodes = [rollout(env, None, seed=s) for s in range(8)]
-    torch.manual_seed(0)
-    policy = Policy.from_config(tiny_config())
-    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    run = dict(batch_size=4, sequence_length=8, grad_clip=1.0, rng=rng, batching=batching)
-    stats = [bc_epoch(policy, optimizer, episodes, **run) for _ in range(8)]
-    assert stats[-1]["loss"] < 0.3 * stats[0]["loss"], stats
-    assert all(s["updates"] == sum(len(ep) for ep in episodes) for s in stats)
