@@ -455,11 +455,13 @@ def test_timing_recipe_collects_rover_episodes_at_drawn_rates(tmp_path):
         ep = load_episode(tmp_path / "run" / "data" / "round_00" / f"ep_{i:04d}.npz")
         rate = EpisodeTiming([0.5, 2.0], None, np.random.default_rng([0, 0, i, 1])).rate
         assert np.median(ep.dt[1:]) == pytest.approx(1.0 / (15.0 * rate), rel=0.2)
-    lines = describe_recipes(cfg["training"], "instance")
+    lines = describe_recipes(cfg["training"], {"normalize": "instance"})
     assert any("sensor rate x [0.5, 2]" in line for line in lines) and any("instance" in line for line in lines)
     # every normalisation is said in its own words (a model card names what the policy saw)
     said = {
-        mode: [line for line in describe_recipes({}, mode) if line.startswith("camera input normalisation")]
+        mode: [
+            line for line in describe_recipes({}, {"normalize": mode}) if line.startswith("camera input normalisation")
+        ]
         for mode in CAMERA_NORMALIZATIONS
     }
     assert said.pop("none") == []

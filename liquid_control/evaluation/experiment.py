@@ -531,7 +531,7 @@ def _recipes_of(config: dict) -> list[str]:
     """The robustness recipes a complete config trains with, one line each, without the rendered worlds' line."""
     from liquid_control.training.augment import describe_recipes
 
-    return describe_recipes(config["training"], config["encoder"]["camera"]["normalize"])[:-1]
+    return describe_recipes(config["training"], config["encoder"]["camera"])[:-1]
 
 
 def _trained_configs(trained: list[dict], overrides: dict) -> dict:
@@ -606,10 +606,7 @@ def _training_notes(
             + f". What they saw (and nothing else{plain_said if plain else ''}):",
             "",
         ]
-        lines += [
-            f"- {line}"
-            for line in describe_recipes(recipe_cfg["training"], recipe_cfg["encoder"]["camera"]["normalize"])
-        ]
+        lines += [f"- {line}" for line in describe_recipes(recipe_cfg["training"], recipe_cfg["encoder"]["camera"])]
         lines.append("")
     lines += [
         "| policy | config | training seed | training wall time (s) | training CPU (s) | training episodes "

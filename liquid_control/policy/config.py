@@ -158,6 +158,7 @@ _CAMERA_ENCODER = {
     "strides": _field("int_list", [2, 2, 2], min_value=1),
     "features": _field("int", 32, min_value=1),
     "normalize": _field("str", "none", choices=CAMERA_NORMALIZATIONS),  # input standardisation (a recipe)
+    "instance_norm_layers": _field("int", 0, min_value=0),  # the first N convolutions' maps normalised (a recipe)
 }
 _VECTOR_ENCODER = {
     "hidden": _field("int_list", [32], min_value=1),
@@ -460,6 +461,11 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
         raise PolicyConfigError(
             f"encoder.camera: channels, kernel_sizes and strides need the same length, got "
             f"{n}, {len(camera['kernel_sizes'])}, {len(camera['strides'])}"
+        )
+    if camera["instance_norm_layers"] > n:
+        raise PolicyConfigError(
+            f"encoder.camera.instance_norm_layers: {camera['instance_norm_layers']} is more than the encoder's "
+            f"{n} convolutions"
         )
     image = cfg["observation"]["image"]
     if image is not None:

@@ -11,6 +11,7 @@ from torch import nn
 
 from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
+_FEATURE_NORM_EPS = 1e-3  # on He-initialised feature maps of spread ~1
 _NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
 _LOG_EPS = 2e-2  # chromaticity, retinex: log(x + eps) on [0, 1] pixels: a black pixel is finite, dark noise small
 _RETINEX_SIGMA = 4.0  # retinex: the surround's Gaussian width in pixels (a 64x64 frame's trunks are 3-10 pixels wide)
@@ -88,9 +89,24 @@ class CameraEncoder(nn.Module):
     ``retinex`` (single-scale retinex, Jobson et al. 1997) keeps each pixel's log colour relative to its surround
     (log RGB minus its Gaussian blur, sigma 4 pixels, edges replicated), then per channel as ``instance``: light
     that varies slowly over the frame (a dark ground, a bright sky) falls out, edges between things stay.
+
+    ``instance_norm_layers`` (a recipe) puts instance normalisation with a learnt scale and shift between the
+    first N convolutions and their ReLUs, as IBN-Net (Pan et al. 2018) does in a CNN's shallow layers: each
+    feature map is standardised over the frame, so how strongly the light brings out edges and textures falls
+    out there, while the deeper layers keep what the maps show.
     """
 
-    def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int, normalize="none"):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        channels,
+        kernel_sizes,
+        strides,
+        features: int,
+        normalize="none",
+        instance_norm_layers: int = 0,
+    ):
         super().__init__()
         if normalize not in CAMERA_NORMALIZATIONS:
             raise ValueError(f"camera encoder: normalize must be one of {CAMERA_NORMALIZATIONS}, got {normalize!r}")
@@ -100,9 +116,17 @@ class CameraEncoder(nn.Module):
             raise ValueError(
                 f"camera encoder: a {width}x{height} image (width x height) is too small for these convolutions"
             )
+        if not 0 <= instance_norm_layers <= len(channels):
+            raise ValueError(
+                f"camera encoder: instance_norm_layers must be 0..{len(channels)} (the convolutions), "
+                f"got {instance_norm_layers}"
+            )
         layers, c_in = [], 3
-        for c_out, k, s in zip(channels, kernel_sizes, strides):
-            layers += [nn.Conv2d(c_in, c_out, k, stride=s), nn.ReLU()]
+        for layer, (c_out, k, s) in enumerate(zip(channels, kernel_sizes, strides)):
+            layers.append(nn.Conv2d(c_in, c_out, k, stride=s))
+            if layer < instance_norm_layers:  # eps: a near-flat map (a wall, fog) is not blown up to unit spread
+                layers.append(nn.InstanceNorm2d(c_out, eps=_FEATURE_NORM_EPS, affine=True))
+            layers.append(nn.ReLU())
             c_in = c_out
         self.height, self.width = height, width
         self.conv = nn.Sequential(*layers)

@@ -140,6 +140,7 @@ class Policy(nn.Module):
                 cam["strides"],
                 cam["features"],
                 cam["normalize"],
+                cam["instance_norm_layers"],
             )
         self.vectors = None
         if self.vector_keys:

@@ -375,9 +375,12 @@ class EpisodeSun:
         world.model.light_dir[cls.light_id(world)] = direction
 
 
-def describe_recipes(training: dict, camera_normalize: str = "none", from_bags: bool = False) -> list[str]:
+def describe_recipes(training: dict, camera: dict | None = None, from_bags: bool = False) -> list[str]:
     """What a training config's robustness recipes did, one line each (model cards and reports print this);
-    ``from_bags``: a run on recorded bags, whose frames no world rendered."""
+    ``camera``: its ``encoder.camera`` (a key left out is its default); ``from_bags``: a run on recorded bags,
+    whose frames no world rendered."""
+    camera = camera or {}
+    camera_normalize = camera.get("normalize", "none")
     lines = []
     kinds = list(training.get("augmentation") or [])
     for kind in kinds:
@@ -398,6 +401,12 @@ def describe_recipes(training: dict, camera_normalize: str = "none", from_bags: 
             "retinex": "each pixel's log colour minus its surround's (Gaussian, sigma 4 px), then per colour channel",
         }[camera_normalize]
         lines.append(f"camera input normalisation `{camera_normalize}`: standardised {what}")
+    layers = camera.get("instance_norm_layers", 0)
+    if layers:
+        first = "the first convolution's" if layers == 1 else f"the first {layers} convolutions'"
+        lines.append(
+            f"camera feature normalisation: instance norm with a learnt scale and shift on {first} feature maps"
+        )
     if training.get("sensor_rate_range") is not None:
         lo, hi = training["sensor_rate_range"]
         lines.append(f"timing: sensor rate x [{lo:g}, {hi:g}] (log-uniform per training episode)")

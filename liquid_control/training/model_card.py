@@ -550,9 +550,7 @@ def _write_card(
             # the policy whose weights it started from (train --init-from: a fine-tuning, e.g. a DAgger round)
             **({"started_from": dict(meta["started_from"])} if meta.get("started_from") else {}),
             # what the robustness recipes showed it (augmentation, normalisation, timing and sun draws, worlds)
-            "recipes": describe_recipes(
-                t, (cfg["encoder"].get("camera") or {}).get("normalize", "none"), from_bags=from_bags
-            ),
+            "recipes": describe_recipes(t, cfg["encoder"].get("camera"), from_bags=from_bags),
             # the sensors' rates and camera it trained with, which policy_node checks a robot's against
             "sensors": describe_sensors(meta),
             # a bag run selects an epoch by its validation loss; a simulated one a DAgger round by its success
