@@ -575,3 +575,53 @@ def test_a_sun_that_cannot_be_moved_leaves_no_drawn_timing_behind():
         assert env.unwrapped.timings == nominal
     finally:
         env.close()
+
+
+def test_instance_norm_layers_take_how_strongly_edges_show_out_of_the_first_maps():
+    """IBN-style instance norm (``encoder.camera.instance_norm_layers``): an input with a quarter of the contrast
+    gives the normalised layer the same maps (the convolutions start without bias, so their maps scale with the
+    contrast); without it they scale by a quarter. Its scale and shift are learnt, and a checkpoint keeps them."""
+    torch.manual_seed(0)
+    plain = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize="instance")
+    normed = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize="instance", instance_norm_layers=1)
+    assert [type(m).__name__ for m in normed.conv] == ["Conv2d", "InstanceNorm2d", "ReLU", "Conv2d", "ReLU"]
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in plain.conv)  # the default: as shipped
+    normed.conv[0].load_state_dict(plain.conv[0].state_dict())
+    x = plain.scale(frames(batch=1, steps=1)[0])
+    with torch.no_grad():
+        a, b = normed.conv[:3](x), normed.conv[:3](0.25 * x)
+        assert (a - b).abs().max() < 0.02 * a.abs().max()
+        p, q = plain.conv[:2](x), plain.conv[:2](0.25 * x)
+        torch.testing.assert_close(q, 0.25 * p)
+    learnt = {name for name, parameter in normed.named_parameters() if parameter.requires_grad}
+    assert {"conv.1.weight", "conv.1.bias"} <= learnt
+    normed(frames(batch=1, steps=1)[0]).sum().backward()
+    assert normed.conv[1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="instance_norm_layers must be 0..2"):
+        CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, instance_norm_layers=3)
+
+
+def test_instance_norm_layers_are_checked_said_and_kept_by_a_checkpoint(tmp_path):
+    from liquid_control.policy import Policy
+    from liquid_control.policy.checkpoint import load_policy, save_policy
+
+    cfg = _small_rover()
+    for bad, match in ((2, "2 is more than the encoder's 1 convolutions"), (-1, "must be >= 0")):
+        with pytest.raises(PolicyConfigError, match=rf"encoder.camera.instance_norm_layers: {match}"):
+            apply_overrides(cfg, {"encoder.camera.instance_norm_layers": bad})
+    assert cfg["encoder"]["camera"]["instance_norm_layers"] == 0
+    assert not [line for line in describe_recipes(cfg["training"], cfg["encoder"]["camera"]) if "instance norm" in line]
+    cfg = apply_overrides(cfg, {"encoder.camera.instance_norm_layers": 1})
+    lines = describe_recipes(cfg["training"], cfg["encoder"]["camera"])
+    assert "camera feature normalisation: instance norm with a learnt scale and shift on the first convolution's" in (
+        " ".join(lines)
+    )
+    torch.manual_seed(0)
+    policy = Policy.from_config(cfg)
+    with torch.no_grad():
+        policy.camera.conv[1].weight.uniform_(0.5, 2.0)  # as training leaves them: not the initial ones
+        policy.camera.conv[1].bias.uniform_(-1.0, 1.0)
+    loaded = load_policy(save_policy(tmp_path / "p.pt", policy))
+    torch.testing.assert_close(loaded.camera.conv[1].weight, policy.camera.conv[1].weight, rtol=0, atol=0)
+    image = frames(batch=1, steps=1)[0][:, :16, :16]
+    torch.testing.assert_close(loaded.camera(image), policy.camera(image), rtol=0, atol=0)

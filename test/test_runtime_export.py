@@ -62,6 +62,7 @@ BALANCER = {
             dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], normalize=mode)})
             for mode in ("frame", "instance", "chromaticity", "chromaticity_brightness", "retinex")
         ),
+        dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], instance_norm_layers=2)}),
     ],
     ids=[
         "cfc_ncp_rover",
@@ -75,6 +76,7 @@ BALANCER = {
         "rover_normalize_chromaticity",
         "rover_normalize_chromaticity_brightness",
         "rover_normalize_retinex",
+        "rover_instance_norm_layers",
     ],
 )
 def test_export_matches_torch(config, tmp_path):
