@@ -342,3 +342,42 @@ def test_a_cached_measurement_nested_too_deeply_is_refused_naming_the_file(tmp_p
     stored.write_text(DEEP_JSON)
     with pytest.raises(CardError, match=rf"^{stored}: not a cached measurement \(nested too deeply to read\)"):
         read_cached(stored, 5)
+
+
+@pytest.mark.parametrize(
+    "cached_code, now, reused",
+    [
+        ("abc123", "abc123", True),
+        ("abc123", "def456", False),  # the worlds or kernels changed since: outcomes can differ
+        ("abc123 (with uncommitted changes)", "abc123 (with uncommitted changes)", False),  # which changes: unknown
+        (None, "abc123", False),  # an entry from before the code was kept
+    ],
+)
+def test_a_cached_measurement_is_reused_only_for_the_same_checkpoint_and_code(
+    tmp_path, monkeypatch, cached_code, now, reused
+):
+    """Before: ``--cache`` kept outcomes by the checkpoint's SHA-256 alone, so a card refreshed after a change to the
+    worlds or the kernels printed the outcomes the old code measured."""
+    from liquid_control.paths import policies_dir
+    from liquid_control.runtime.backends import checkpoint_sha256
+    from liquid_control.training import model_card
+
+    policy = policies_dir() / "cfc_rover.pt"
+    for path in ("compiled", "torch"):
+        entry = {"kernel_path": path, "outcomes": [True, False], "sha256": checkpoint_sha256(policy)}
+        model_card.cache_file(tmp_path, policy, path, 2).write_text(json.dumps({**entry, "code": cached_code}))
+    monkeypatch.setattr(model_card, "code_commit", lambda: now)
+
+    class Measured(Exception):
+        pass
+
+    def popen(*args, **kwargs):
+        raise Measured
+
+    monkeypatch.setattr(model_card.subprocess, "Popen", popen)
+    if reused:
+        got = model_card.measure_both_paths(policy, 2, cache=tmp_path, progress=False)
+        assert [got[path]["outcomes"] for path in ("compiled", "torch")] == [[True, False]] * 2
+    else:
+        with pytest.raises(Measured):
+            model_card.measure_both_paths(policy, 2, cache=tmp_path, progress=False)

@@ -36,7 +36,7 @@ from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.dt import MAX_SUBSTEPS
 from liquid_control.json_text import load_json
-from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
+from liquid_control.paths import checkout_dir, code_commit, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import (
@@ -155,21 +155,24 @@ def measure_both_paths(
 ) -> dict[str, dict]:
     """Outcomes on the compiled and on the torch kernel path, two processes side by side:
     ``{"compiled"|"torch": {"kernel_path": str, "outcomes": [bool]}}``. With ``cache`` (a folder) each
-    path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused (the same file, bit for bit).
+    path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused for the same checkpoint (bit for bit)
+    measured by the same code (the checkout's commit with no uncommitted changes, or the same installed version):
+    a change to the worlds or the kernels changes outcomes as much as one to the weights.
     ``progress``: each process draws a bar on stderr; else it writes a line there at each tenth of its episodes.
     ``name`` labels both (the shipped name; by default the file's, ``policy`` for a run's ``policy.pt``).
 
     The two processes end with this one, however it ends (before, they measured on for up to hours): an
     interrupt (Ctrl-C, SIGTERM) or a failure here terminates them, and they get SIGTERM when it is killed
     (``--outcomes`` arms the parent-death signal first thing)."""
-    digest = checkpoint_sha256(policy_path)
+    digest, code = checkpoint_sha256(policy_path), code_commit()
+    reusable = code != "unknown" and not code.endswith("(with uncommitted changes)")  # code no name pins down
     results, procs, stored = {}, {}, {}
     try:
         for path, native in (("compiled", "1"), ("torch", "0")):
             if cache is not None:
                 stored[path] = cache_file(cache, policy_path, path, episodes)
                 data = read_cached(stored[path], episodes)
-                if data is not None and data.get("sha256") == digest:
+                if data is not None and reusable and (data.get("sha256"), data.get("code")) == (digest, code):
                     results[path] = data
                     continue
             env = dict(os.environ, **{NATIVE_ENV: native, PARENT_ENV: str(os.getpid())})
@@ -189,7 +192,7 @@ def measure_both_paths(
             out, _ = proc.communicate()
             if proc.returncode:
                 raise subprocess.CalledProcessError(proc.returncode, proc.args, out)
-            results[path] = dict(json.loads(out.strip().splitlines()[-1]), sha256=digest)
+            results[path] = dict(json.loads(out.strip().splitlines()[-1]), sha256=digest, code=code)
             if path in stored:
                 stored[path].parent.mkdir(parents=True, exist_ok=True)
                 _write_text(stored[path], json.dumps(results[path]))
