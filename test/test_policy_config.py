@@ -367,6 +367,8 @@ def test_camera_recipes_on_a_policy_without_a_camera_are_refused():
         validate_config(dict(cfg, training=dict(cfg["training"], augmentation=["brightness", "noise"])))
     with pytest.raises(PolicyConfigError, match=r"encoder.camera.normalize: 'frame' standardises camera frames"):
         validate_config(dict(cfg, encoder=dict(cfg["encoder"], camera={"normalize": "frame"})))
+    with pytest.raises(PolicyConfigError, match=r"encoder.camera.instance_norm_layers: 1 normalises the camera CNN"):
+        validate_config(dict(cfg, encoder=dict(cfg["encoder"], camera={"instance_norm_layers": 1})))
 
 
 def test_a_policy_file_whose_config_has_settings_without_effect_still_loads(tmp_path):

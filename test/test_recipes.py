@@ -593,6 +593,8 @@ def test_instance_norm_layers_take_how_strongly_edges_show_out_of_the_first_maps
         assert (a - b).abs().max() < 0.02 * a.abs().max()
         p, q = plain.conv[:2](x), plain.conv[:2](0.25 * x)
         torch.testing.assert_close(q, 0.25 * p)
+        faint = normed.conv[:3](0.01 * x)  # maps of spread ~1e-2: eps keeps them faint, not stretched to full scale
+        assert faint.abs().max() < 0.5 * a.abs().max()
     learnt = {name for name, parameter in normed.named_parameters() if parameter.requires_grad}
     assert {"conv.1.weight", "conv.1.bias"} <= learnt
     normed(frames(batch=1, steps=1)[0]).sum().backward()
@@ -605,10 +607,23 @@ def test_instance_norm_layers_are_checked_said_and_kept_by_a_checkpoint(tmp_path
     from liquid_control.policy import Policy
     from liquid_control.policy.checkpoint import load_policy, save_policy
 
-    cfg = _small_rover()
-    for bad, match in ((2, "2 is more than the encoder's 1 convolutions"), (-1, "must be >= 0")):
+    cfg = apply_overrides(_small_rover(), {"encoder.camera.normalize": "instance"})
+    one_by_one = {
+        "encoder.camera": {"channels": [4, 4], "kernel_sizes": [3, 7], "strides": [2, 1], "normalize": "frame"}
+    }
+    for overrides, match in (
+        ({"encoder.camera.instance_norm_layers": 2}, "2 is more than the encoder's 1 convolutions"),
+        ({"encoder.camera.instance_norm_layers": -1}, "must be >= 0"),
+        ({"encoder.camera.normalize": "none", "encoder.camera.instance_norm_layers": 1}, "needs encoder.camera.no"),
+        ({"encoder.camera.normalize": "retinex", "encoder.camera.instance_norm_layers": 1}, "needs encoder.camera"),
+        (
+            {**one_by_one, "encoder.camera.instance_norm_layers": 2},
+            "2 normalises the maps of convolution 1, which are 1x1",
+        ),
+    ):
         with pytest.raises(PolicyConfigError, match=rf"encoder.camera.instance_norm_layers: {match}"):
-            apply_overrides(cfg, {"encoder.camera.instance_norm_layers": bad})
+            apply_overrides(cfg, overrides)
+    apply_overrides(cfg, {**one_by_one, "encoder.camera.instance_norm_layers": 1})  # 7x7 maps: fine
     assert cfg["encoder"]["camera"]["instance_norm_layers"] == 0
     assert not [line for line in describe_recipes(cfg["training"], cfg["encoder"]["camera"]) if "instance norm" in line]
     cfg = apply_overrides(cfg, {"encoder.camera.instance_norm_layers": 1})

@@ -62,7 +62,7 @@ BALANCER = {
             dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], normalize=mode)})
             for mode in ("frame", "instance", "chromaticity", "chromaticity_brightness", "retinex")
         ),
-        dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], instance_norm_layers=2)}),
+        dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], normalize="instance", instance_norm_layers=2)}),
     ],
     ids=[
         "cfc_ncp_rover",
@@ -101,6 +101,18 @@ def test_export_matches_torch(config, tmp_path):
             np.testing.assert_allclose(a.action, b.action, atol=1e-5)
     assert updates >= 5
     np.testing.assert_allclose(torch_runner.state, onnx_runner.state, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", ["frame", "instance"])
+def test_an_export_with_instance_norm_layers_matches_torch_on_any_inputs(normalize, tmp_path):
+    """Instance norm inside the CNN stretches each map to unit spread, rounding with it: the export holds the
+    parity check on every input seed, not on two lucky ones (on normalize 'none' seeds 0-7 gave 1.7e-5 to 9.7e-5,
+    which the config now refuses)."""
+    torch.manual_seed(1)
+    camera = dict(ROVER["encoder"]["camera"], normalize=normalize, instance_norm_layers=2)
+    policy = Policy.from_config(dict(ROVER, encoder={"camera": camera})).eval()
+    path = export_onnx(policy, tmp_path / "p.onnx")
+    assert max(parity(policy, path, batch=3, seed=seed) for seed in range(8)) < 1e-5
 
 
 def fusion_obs(seed=1):

@@ -467,6 +467,19 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
             f"encoder.camera.instance_norm_layers: {camera['instance_norm_layers']} is more than the encoder's "
             f"{n} convolutions"
         )
+    if (
+        camera["instance_norm_layers"]
+        and camera["normalize"] not in ("frame", "instance")
+        and cfg["observation"]["image"] is not None
+    ):
+        # measured on random small rovers: the ONNX export's actions 5e-5 off torch's on 'none' (a faint frame's
+        # maps stretched to full scale with their rounding), 1.3-2.3e-5 after the logarithms of 'chromaticity*' and
+        # 'retinex' (the export's check allows 1e-5); within 1.5e-6 after 'frame' or 'instance'
+        raise PolicyConfigError(
+            f"encoder.camera.instance_norm_layers: needs encoder.camera.normalize frame or instance, got "
+            f"{camera['normalize']!r}: the maps' rounding is stretched with them, and the policy's ONNX export "
+            "could not match torch"
+        )
     image = cfg["observation"]["image"]
     if image is not None:
         size = (image["height"], image["width"])
@@ -476,6 +489,12 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
                     f"observation.image: a {size[1]}x{size[0]} (width x height) image is too small for "
                     f"encoder.camera's convolutions (layer {layer}: kernel {camera['kernel_sizes'][layer]}, stride "
                     f"{camera['strides'][layer]} leaves {w}x{h})"
+                )
+            if layer < camera["instance_norm_layers"] and h * w < 2:
+                raise PolicyConfigError(
+                    f"encoder.camera.instance_norm_layers: {camera['instance_norm_layers']} normalises the maps of "
+                    f"convolution {layer}, which are 1x1 on a {size[1]}x{size[0]} image: a single value has no "
+                    "spread to standardise"
                 )
     cfg["encoder"] = {
         "camera": camera,
@@ -559,6 +578,11 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
             raise PolicyConfigError(
                 f"encoder.camera.normalize: {cfg['encoder']['camera']['normalize']!r} standardises camera frames, "
                 f"and this policy has no observation.image; leave it 'none'"
+            )
+        if cfg["encoder"]["camera"]["instance_norm_layers"]:
+            raise PolicyConfigError(
+                f"encoder.camera.instance_norm_layers: {cfg['encoder']['camera']['instance_norm_layers']} normalises "
+                "the camera CNN's maps, and this policy has no observation.image; leave it 0"
             )
         if cfg["training"]["sun_elevation_range"] is not None:
             raise PolicyConfigError(

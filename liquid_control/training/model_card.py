@@ -518,6 +518,11 @@ def _write_card(
                 f"{cfg['encoder']['camera']['kernel_sizes']}, strides {cfg['encoder']['camera']['strides']}"
                 f" -> {cfg['encoder']['camera']['features']} features on "
                 f"{cfg['observation']['image']['width']}x{cfg['observation']['image']['height']} RGB (width x height)"
+                + (
+                    f", instance norm after the first {cfg['encoder']['camera']['instance_norm_layers']} convolutions"
+                    if cfg["encoder"]["camera"].get("instance_norm_layers")
+                    else ""
+                )
             ),
             "vector_inputs": dict(cfg["observation"]["vectors"]),
             "parameters": policy.num_parameters(),
