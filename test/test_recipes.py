@@ -625,7 +625,9 @@ def test_instance_norm_layers_are_checked_said_and_kept_by_a_checkpoint(tmp_path
             apply_overrides(cfg, overrides)
     apply_overrides(cfg, {**one_by_one, "encoder.camera.instance_norm_layers": 1})  # 7x7 maps: fine
     assert cfg["encoder"]["camera"]["instance_norm_layers"] == 0
-    assert not [line for line in describe_recipes(cfg["training"], cfg["encoder"]["camera"]) if "instance norm" in line]
+    assert not [
+        line for line in describe_recipes(cfg["training"], cfg["encoder"]["camera"]) if "feature normalisation" in line
+    ]
     cfg = apply_overrides(cfg, {"encoder.camera.instance_norm_layers": 1})
     lines = describe_recipes(cfg["training"], cfg["encoder"]["camera"])
     assert "camera feature normalisation: instance norm with a learnt scale and shift on the first convolution's" in (
