@@ -1,6 +1,7 @@
 """The OOD section of a model card is read from an evaluation's results, paired by episode seed."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -344,40 +345,58 @@ def test_a_cached_measurement_nested_too_deeply_is_refused_naming_the_file(tmp_p
         read_cached(stored, 5)
 
 
-@pytest.mark.parametrize(
-    "cached_code, now, reused",
-    [
-        ("abc123", "abc123", True),
-        ("abc123", "def456", False),  # the worlds or kernels changed since: outcomes can differ
-        ("abc123 (with uncommitted changes)", "abc123 (with uncommitted changes)", False),  # which changes: unknown
-        (None, "abc123", False),  # an entry from before the code was kept
-    ],
-)
-def test_a_cached_measurement_is_reused_only_for_the_same_checkpoint_and_code(
-    tmp_path, monkeypatch, cached_code, now, reused
-):
+def test_a_cached_measurement_is_reused_only_for_the_same_checkpoint_and_code(tmp_path, monkeypatch):
     """Before: ``--cache`` kept outcomes by the checkpoint's SHA-256 alone, so a card refreshed after a change to the
-    worlds or the kernels printed the outcomes the old code measured."""
+    worlds or the kernels printed the outcomes the old code measured. A measurement is written with its code and
+    reused by the same code; another checkpoint, other code or an entry from before the code was kept measure anew."""
+    import shutil
+    import subprocess
+
     from liquid_control.paths import policies_dir
-    from liquid_control.runtime.backends import checkpoint_sha256
     from liquid_control.training import model_card
 
-    policy = policies_dir() / "cfc_rover.pt"
-    for path in ("compiled", "torch"):
-        entry = {"kernel_path": path, "outcomes": [True, False], "sha256": checkpoint_sha256(policy)}
-        model_card.cache_file(tmp_path, policy, path, 2).write_text(json.dumps({**entry, "code": cached_code}))
-    monkeypatch.setattr(model_card, "code_commit", lambda: now)
+    policy = tmp_path / "p.pt"
+    shutil.copyfile(policies_dir() / "cfc_rover.pt", policy)
+    cache, measured, real_popen = tmp_path / "cache", [], subprocess.Popen
 
-    class Measured(Exception):
-        pass
-
-    def popen(*args, **kwargs):
-        raise Measured
+    def popen(argv, **kwargs):  # a measuring process that prints its outcomes, as --outcomes does
+        measured.append(kwargs["env"][model_card.NATIVE_ENV])
+        line = json.dumps({"kernel_path": f"path{len(measured)}", "outcomes": [True, False]})
+        return real_popen([sys.executable, "-c", f"print({line!r})"], stdout=subprocess.PIPE, text=True)
 
     monkeypatch.setattr(model_card.subprocess, "Popen", popen)
-    if reused:
-        got = model_card.measure_both_paths(policy, 2, cache=tmp_path, progress=False)
-        assert [got[path]["outcomes"] for path in ("compiled", "torch")] == [[True, False]] * 2
-    else:
-        with pytest.raises(Measured):
-            model_card.measure_both_paths(policy, 2, cache=tmp_path, progress=False)
+    first = model_card.measure_both_paths(policy, 2, cache=cache, progress=False)
+    assert measured == ["1", "0"]
+    assert model_card.measure_both_paths(policy, 2, cache=cache, progress=False) == first and len(measured) == 2
+    monkeypatch.setattr(model_card, "source_digest", lambda: "another code")
+    model_card.measure_both_paths(policy, 2, cache=cache, progress=False)
+    assert len(measured) == 4
+    model_card.measure_both_paths(policy, 2, cache=cache, progress=False)
+    assert len(measured) == 4  # kept with the new code
+    for path in ("compiled", "torch"):  # an entry from before the code was kept
+        stored = model_card.cache_file(cache, policy, path, 2)
+        stored.write_text(json.dumps({k: v for k, v in json.loads(stored.read_text()).items() if k != "code"}))
+    model_card.measure_both_paths(policy, 2, cache=cache, progress=False)
+    assert len(measured) == 6
+    with policy.open("ab") as f:  # another checkpoint (a retrained file of the same name)
+        f.write(b"\0")
+    model_card.measure_both_paths(policy, 2, cache=cache, progress=False)
+    assert len(measured) == 8
+
+
+def test_the_code_digest_follows_the_worlds_and_kernels_sources(tmp_path, monkeypatch):
+    """The digest reads every source file of the package and the worlds: one byte more in a world's file changes it."""
+    import sim_envs
+    from liquid_control.training import model_card
+
+    before = model_card.source_digest()
+    assert model_card.source_digest() == before
+    fake = tmp_path / "sim_envs"
+    import shutil
+
+    shutil.copytree(Path(sim_envs.__file__).parent, fake, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sim_envs, "__file__", str(fake / "__init__.py"))
+    assert model_card.source_digest() == before  # the same files elsewhere: the same code
+    world = next(iter(sorted(fake.glob("*.py"))))
+    world.write_text(world.read_text() + "\n")
+    assert model_card.source_digest() != before

@@ -36,7 +36,7 @@ from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.dt import MAX_SUBSTEPS
 from liquid_control.json_text import load_json
-from liquid_control.paths import checkout_dir, code_commit, output_folder_problem, policies_dir, user_path
+from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import (
@@ -142,6 +142,28 @@ def check_cache(cache: Path | None, policy_path: str | Path, episodes: int) -> N
         read_cached(cache_file(cache, policy_path, path, episodes), episodes)
 
 
+def source_digest() -> str:
+    """SHA-256 of the code a measurement ran: every source file of ``liquid_control`` and ``sim_envs`` (the worlds),
+    by path and content. A commit would not do: an installed package's version stays 0.1.0 from commit to commit,
+    and a checkout is dirty as soon as a card is written into it."""
+    import hashlib
+
+    import liquid_control
+    import sim_envs
+
+    sha = hashlib.sha256()
+    for package in (liquid_control, sim_envs):
+        root = Path(package.__file__).resolve().parent
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            if path.suffix in (".pyc", ".so"):
+                continue
+            relative = f"{package.__name__}/{path.relative_to(root).as_posix()}".encode()
+            sha.update(len(relative).to_bytes(8, "little") + relative)
+            content = path.read_bytes()
+            sha.update(len(content).to_bytes(8, "little") + content)
+    return sha.hexdigest()
+
+
 PARENT_ENV = "LIQUID_CONTROL_CARD_PARENT"  # the card's process, for its measuring processes to check it is alive
 
 
@@ -156,23 +178,22 @@ def measure_both_paths(
     """Outcomes on the compiled and on the torch kernel path, two processes side by side:
     ``{"compiled"|"torch": {"kernel_path": str, "outcomes": [bool]}}``. With ``cache`` (a folder) each
     path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused for the same checkpoint (bit for bit)
-    measured by the same code (the checkout's commit with no uncommitted changes, or the same installed version):
-    a change to the worlds or the kernels changes outcomes as much as one to the weights.
+    measured by the same code (``source_digest``): a change to the worlds or the kernels changes outcomes as much as
+    one to the weights.
     ``progress``: each process draws a bar on stderr; else it writes a line there at each tenth of its episodes.
     ``name`` labels both (the shipped name; by default the file's, ``policy`` for a run's ``policy.pt``).
 
     The two processes end with this one, however it ends (before, they measured on for up to hours): an
     interrupt (Ctrl-C, SIGTERM) or a failure here terminates them, and they get SIGTERM when it is killed
     (``--outcomes`` arms the parent-death signal first thing)."""
-    digest, code = checkpoint_sha256(policy_path), code_commit()
-    reusable = code != "unknown" and not code.endswith("(with uncommitted changes)")  # code no name pins down
+    digest, code = checkpoint_sha256(policy_path), source_digest()
     results, procs, stored = {}, {}, {}
     try:
         for path, native in (("compiled", "1"), ("torch", "0")):
             if cache is not None:
                 stored[path] = cache_file(cache, policy_path, path, episodes)
                 data = read_cached(stored[path], episodes)
-                if data is not None and reusable and (data.get("sha256"), data.get("code")) == (digest, code):
+                if data is not None and (data.get("sha256"), data.get("code")) == (digest, code):
                     results[path] = data
                     continue
             env = dict(os.environ, **{NATIVE_ENV: native, PARENT_ENV: str(os.getpid())})
@@ -921,7 +942,10 @@ def main(argv=None) -> int:
         "only when stderr is a terminal",
     )
     parser.add_argument(
-        "--cache", default=None, type=user_path, help="folder keeping each kernel path's outcomes (reused if present)"
+        "--cache",
+        default=None,
+        type=user_path,
+        help="folder keeping each kernel path's outcomes (reused for the same checkpoint and code)",
     )
     parser.add_argument(
         "--ood-results",
