@@ -27,18 +27,23 @@ SHIPPED = sorted(policies_dir().glob("*.pt"))
 
 # ------------------------------------------------------------------------------------------------ reference
 def reference_scale(encoder: CameraEncoder, image: torch.Tensor) -> torch.Tensor:
-    """``CameraEncoder.scale`` as it was."""
+    """``CameraEncoder.scale`` as it was, but for one deliberate change (2026-12-07): a uint8 frame's log (the
+    chromaticity and retinex modes) is that of the exact pixel value rounded once to the weights' dtype, no longer
+    float32 ``log`` of float32 ``pixel / 255 + eps``, whose rounding the ONNX export did not share."""
     x = image.permute(0, 3, 1, 2).to(encoder.project.weight.dtype) / 255.0
     if encoder.normalize == "none":
         return x - 0.5
-    if encoder.normalize in ("chromaticity", "chromaticity_brightness"):
+    if image.dtype == torch.uint8:
+        exact = torch.log(image.permute(0, 3, 1, 2).to(torch.float64) / 255.0 + _LOG_EPS)
+        log = torch.empty_like(x).copy_(exact)  # in the frame's layout, as x is
+    else:
         log = torch.log(x + _LOG_EPS)
+    if encoder.normalize in ("chromaticity", "chromaticity_brightness"):
         brightness = log.mean(dim=1, keepdim=True)
         x = log - brightness
         if encoder.normalize == "chromaticity_brightness":
             x = torch.cat((x[:, :2], brightness), dim=1)
     elif encoder.normalize == "retinex":
-        log = torch.log(x + _LOG_EPS)
         log = log - log[:, :, :1, :1]
         x = log - encoder._blur(log)
     dims = (3, 2, 1) if encoder.normalize == "frame" else (3, 2)

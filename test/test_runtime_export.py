@@ -115,6 +115,20 @@ def test_an_export_with_instance_norm_layers_matches_torch_on_any_inputs(normali
     assert max(parity(policy, path, batch=3, seed=seed) for seed in range(8)) < 1e-5
 
 
+@pytest.mark.parametrize("normalize", ["chromaticity", "chromaticity_brightness", "retinex"])
+def test_an_export_of_a_log_normalisation_matches_torch_on_any_inputs(normalize, tmp_path):
+    """A faint frame's per-channel standardisation stretches the rounding of each pixel's log: with float32 ``log``
+    computed by torch and by onnxruntime apart, these two models' exports were 1.1e-5 (chromaticity, model 2) and
+    1.9e-5 (chromaticity_brightness, model 1) off torch on some of these input seeds, past the check's 1e-5; both
+    now read one table of the 256 logs."""
+    camera = dict(ROVER["encoder"]["camera"], normalize=normalize)
+    for model_seed in (1, 2):
+        torch.manual_seed(model_seed)
+        policy = Policy.from_config(dict(ROVER, encoder={"camera": camera})).eval()
+        path = export_onnx(policy, tmp_path / f"p{model_seed}.onnx")
+        assert max(parity(policy, path, batch=3, seed=seed) for seed in range(8)) < 1e-5, model_seed
+
+
 def fusion_obs(seed=1):
     """One update's inputs of FUSION (an IMU event, both ages) with a random image and readings."""
     rng = np.random.default_rng(seed)

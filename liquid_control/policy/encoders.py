@@ -15,6 +15,15 @@ _FEATURE_NORM_EPS = 1e-3  # on He-initialised feature maps of spread ~1
 _NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
 _LOG_EPS = 2e-2  # chromaticity, retinex: log(x + eps) on [0, 1] pixels: a black pixel is finite, dark noise small
 _RETINEX_SIGMA = 4.0  # retinex: the surround's Gaussian width in pixels (a 64x64 frame's trunks are 3-10 pixels wide)
+_LOG_NORMALIZATIONS = ("chromaticity", "chromaticity_brightness", "retinex")  # the modes that take a pixel's log
+
+
+def _log_table() -> torch.Tensor:
+    """log(v / 255 + ``_LOG_EPS``) of every uint8 value v, computed in float64 and rounded once to the weights'
+    dtype: a frame's logs are looked up, so torch and an exported graph read the same numbers (with float32
+    ``log`` on each pixel torch and onnxruntime rounded differently, which the per-channel standardisation of a
+    faint frame stretched to 1.1-1.9e-5 in the action, past the export's 1e-5 parity check)."""
+    return torch.log(torch.arange(256, dtype=torch.float64) / 255.0 + _LOG_EPS).to(torch.get_default_dtype())
 
 
 def _mean_over(x: torch.Tensor, dims) -> torch.Tensor:
@@ -137,7 +146,9 @@ class CameraEncoder(nn.Module):
         self.project = nn.Linear(c_in * h * w, features)
         self.norm = nn.LayerNorm(features)
         self.output_size = features
-        if normalize == "retinex":  # buffers, so they follow .double()/.to() and are constants of the exported graph
+        if normalize in _LOG_NORMALIZATIONS:  # buffers, so they follow .double()/.to() and are constants of the graph
+            self.register_buffer("log_table", _log_table(), persistent=False)
+        if normalize == "retinex":
             dtype = torch.get_default_dtype()  # the weights': built under float64 they met float32 matrices
             self.register_buffer("surround_rows", _blur_matrix(height, _RETINEX_SIGMA).to(dtype), persistent=False)
             self.register_buffer("surround_cols", _blur_matrix(width, _RETINEX_SIGMA).T.to(dtype), persistent=False)
@@ -154,17 +165,18 @@ class CameraEncoder(nn.Module):
     def scale(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``), channels-last
         in memory as the frames come (``_per_channel``: the convolutions' arithmetic depends on the layout)."""
-        x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
+        if self.normalize in _LOG_NORMALIZATIONS:
+            log = self.log(image)
+        else:
+            x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
         if self.normalize == "none":
             return x - 0.5  # [0, 1], centred
         if self.normalize in ("chromaticity", "chromaticity_brightness"):
-            log = torch.log(x + _LOG_EPS)
             brightness = log.mean(dim=1, keepdim=True)
             x = log - brightness
             if self.normalize == "chromaticity_brightness":  # the three sum to 0: two carry the colour
                 x = torch.cat((x[:, :2], brightness), dim=1)
         elif self.normalize == "retinex":
-            log = torch.log(x + _LOG_EPS)
             # blur(log - c) = blur(log) - c: small terms, small rounding (as below)
             log = _per_channel(torch.sub, log, log[:, :, :1, :1])
             x = log - self._blur(log)
@@ -178,6 +190,14 @@ class CameraEncoder(nn.Module):
         centred = _per_channel(torch.sub, x, _mean_over(x, dims))
         std = _mean_over(centred * centred, dims).add(_NORMALIZE_EPS**2).sqrt()
         return _per_channel(torch.div, centred, std)
+
+    def log(self, image: torch.Tensor) -> torch.Tensor:
+        """log(pixel / 255 + ``_LOG_EPS``) of images (N, H, W, 3) as (N, 3, H, W), channels-last in memory: uint8
+        frames (the camera's, training's) from the table (``_log_table``); float pixel values (0-255, e.g. an
+        attribution's interpolated frames, which can carry a gradient) computed."""
+        if image.dtype == torch.uint8:
+            return self.log_table[image.long()].permute(0, 3, 1, 2)
+        return torch.log(image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0 + _LOG_EPS)
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of (N, C, H, W) per channel, edges repeated (same size out)."""
