@@ -166,7 +166,7 @@ class CameraEncoder(nn.Module):
         """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``), channels-last
         in memory as the frames come (``_per_channel``: the convolutions' arithmetic depends on the layout)."""
         if self.normalize in _LOG_NORMALIZATIONS:
-            log = self.log(image)
+            log = self.pixel_log(image)
         else:
             x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
         if self.normalize == "none":
@@ -191,8 +191,8 @@ class CameraEncoder(nn.Module):
         std = _mean_over(centred * centred, dims).add(_NORMALIZE_EPS**2).sqrt()
         return _per_channel(torch.div, centred, std)
 
-    def log(self, image: torch.Tensor) -> torch.Tensor:
-        """log(pixel / 255 + ``_LOG_EPS``) of images (N, H, W, 3) as (N, 3, H, W), channels-last in memory: uint8
+    def pixel_log(self, image: torch.Tensor) -> torch.Tensor:
+        """Each pixel's log(value / 255 + ``_LOG_EPS``), images (N, H, W, 3) -> (N, 3, H, W) channels-last: uint8
         frames (the camera's, training's) from the table (``_log_table``); float pixel values (0-255, e.g. an
         attribution's interpolated frames, which can carry a gradient) computed."""
         if image.dtype == torch.uint8:
