@@ -382,7 +382,7 @@ def test_retinex_is_log_colour_minus_its_gaussian_surround():
         spread = np.sqrt(want.var(axis=(1, 2), keepdims=True) + _NORMALIZE_EPS**2)
         want = (want - want.mean(axis=(1, 2), keepdims=True)) / spread
         got = encoder.scale(image).permute(0, 2, 3, 1).numpy()
-        assert np.abs(got - want).max() < 1e-6  # the blur matrices are held in float32
+        assert np.abs(got - want).max() < 1e-6  # the blur matrices and the log table are held in float32
     encoder = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize="retinex").double()
 
     bright = (frames(batch=1, steps=1)[0].double() * 0.6 + 60).round().to(torch.uint8)

@@ -945,6 +945,29 @@ def test_an_export_whose_graph_computes_as_an_older_liquid_control_is_not_taken_
     assert isinstance(taken, OnnxBackend) and taken.note is None
 
 
+def test_a_revision_2_export_of_a_log_normalisation_is_not_taken_by_auto(tmp_path):
+    """Revision 3 reads each pixel's log from a table (the review of that change found revision 2 exports of such
+    policies, 1.6-1.9e-5 off the new torch, still taken by ``auto``): an export of revision 2 of a policy whose
+    camera takes the log runs its checkpoint with torch, saying why; the same revision of an ``instance`` policy
+    (no max_step, no log) is still taken; the runtime's list of log modes is the policy config's."""
+    from liquid_control.policy.config import LOG_NORMALIZATIONS
+
+    assert backends.LOG_NORMALIZATIONS == LOG_NORMALIZATIONS
+    for mode, taken in (("retinex", False), ("chromaticity", False), ("instance", True)):
+        torch.manual_seed(0)
+        config = dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], normalize=mode)})
+        pt = save_policy(tmp_path / f"{mode}.pt", Policy.from_config(config))
+        assert cli.main(["export", str(pt)]) == 0
+        onnx_path = pt.with_suffix(".onnx")
+        _with_export_format(onnx_path, onnx_path, "2", key=backends.ONNX_GRAPH_KEY)
+        backend = load_backend(pt, warn=False)
+        if taken:
+            assert isinstance(backend, OnnxBackend) and backend.note is None, mode
+        else:
+            assert isinstance(backend, TorchBackend), mode
+            assert "exported by an older liquid_control (each pixel's log read from a table" in backend.note
+
+
 def test_an_export_records_its_format_and_one_newer_than_the_code_is_refused_naming_it(tmp_path):
     """An export carries the version of its layout; one of a newer format (a later liquid_control's) is refused
     naming the file and the format, by the backend and by the metadata reader the launch helpers use, and ``auto``

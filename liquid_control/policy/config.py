@@ -27,6 +27,7 @@ ACTION_KINDS = ("twist", "wheel_torques")
 AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient", "mirror", "yaw")
 # liquid_control.policy.encoders.CameraEncoder
 CAMERA_NORMALIZATIONS = ("none", "frame", "instance", "chromaticity", "chromaticity_brightness", "retinex")
+LOG_NORMALIZATIONS = ("chromaticity", "chromaticity_brightness", "retinex")  # those that take each pixel's log
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
 SEQUENCE_KERNELS = ("fused", "stepwise")

@@ -9,20 +9,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import CAMERA_NORMALIZATIONS, conv_sizes
+from .config import CAMERA_NORMALIZATIONS, LOG_NORMALIZATIONS, conv_sizes
 
 _FEATURE_NORM_EPS = 1e-3  # on He-initialised feature maps of spread ~1
 _NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
 _LOG_EPS = 2e-2  # chromaticity, retinex: log(x + eps) on [0, 1] pixels: a black pixel is finite, dark noise small
 _RETINEX_SIGMA = 4.0  # retinex: the surround's Gaussian width in pixels (a 64x64 frame's trunks are 3-10 pixels wide)
-_LOG_NORMALIZATIONS = ("chromaticity", "chromaticity_brightness", "retinex")  # the modes that take a pixel's log
 
 
 def _log_table() -> torch.Tensor:
-    """log(v / 255 + ``_LOG_EPS``) of every uint8 value v, computed in float64 and rounded once to the weights'
-    dtype: a frame's logs are looked up, so torch and an exported graph read the same numbers (with float32
-    ``log`` on each pixel torch and onnxruntime rounded differently, which the per-channel standardisation of a
-    faint frame stretched to 1.1-1.9e-5 in the action, past the export's 1e-5 parity check)."""
+    """log(v / 255 + ``_LOG_EPS``) of every uint8 value v, computed in float64 and rounded once to the default dtype
+    (a module's later ``.double()`` widens those values): a frame's logs are looked up, so torch and an exported
+    graph read the same numbers (with float32 ``log`` on each pixel torch and onnxruntime rounded differently, which
+    the per-channel standardisation of a faint frame stretched to 1.1-1.9e-5 in the action, past the export's 1e-5
+    parity check; ``backends.GRAPH_CHANGES`` revision 3)."""
     return torch.log(torch.arange(256, dtype=torch.float64) / 255.0 + _LOG_EPS).to(torch.get_default_dtype())
 
 
@@ -146,7 +146,7 @@ class CameraEncoder(nn.Module):
         self.project = nn.Linear(c_in * h * w, features)
         self.norm = nn.LayerNorm(features)
         self.output_size = features
-        if normalize in _LOG_NORMALIZATIONS:  # buffers, so they follow .double()/.to() and are constants of the graph
+        if normalize in LOG_NORMALIZATIONS:  # buffers, so they follow .double()/.to() and are constants of the graph
             self.register_buffer("log_table", _log_table(), persistent=False)
         if normalize == "retinex":
             dtype = torch.get_default_dtype()  # the weights': built under float64 they met float32 matrices
@@ -165,7 +165,7 @@ class CameraEncoder(nn.Module):
     def scale(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``), channels-last
         in memory as the frames come (``_per_channel``: the convolutions' arithmetic depends on the layout)."""
-        if self.normalize in _LOG_NORMALIZATIONS:
+        if self.normalize in LOG_NORMALIZATIONS:
             log = self.pixel_log(image)
         else:
             x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
@@ -193,8 +193,9 @@ class CameraEncoder(nn.Module):
 
     def pixel_log(self, image: torch.Tensor) -> torch.Tensor:
         """Each pixel's log(value / 255 + ``_LOG_EPS``), images (N, H, W, 3) -> (N, 3, H, W) channels-last: uint8
-        frames (the camera's, training's) from the table (``_log_table``); float pixel values (0-255, e.g. an
-        attribution's interpolated frames, which can carry a gradient) computed."""
+        frames (the camera's, training's) from the table (``_log_table``: a broadcast frame gives what its
+        contiguous copy gives); float pixel values (0-255, e.g. an attribution's interpolated frames, which can
+        carry a gradient) computed, up to 1e-6 from the table's."""
         if image.dtype == torch.uint8:
             return self.log_table[image.long()].permute(0, 3, 1, 2)
         return torch.log(image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0 + _LOG_EPS)

@@ -43,13 +43,22 @@ ONNX_FORMAT = 1  # the format `liquid-control export` writes, and the newest thi
 # export of an older revision next to its unchanged checkpoint would compute the old way, so ``auto`` runs the
 # checkpoint with torch instead, and an export run by name (or without torch) runs with a note to re-export it.
 ONNX_GRAPH_KEY = "liquid_control.graph_revision"
-ONNX_GRAPH_REVISION = 2
+ONNX_GRAPH_REVISION = 3
+# encoder.camera.normalize's modes that take each pixel's log, as liquid_control.policy.config names them (not
+# imported: the runtime runs ONNX policies without torch; a test keeps them equal)
+LOG_NORMALIZATIONS = ("chromaticity", "chromaticity_brightness", "retinex")
 GRAPH_CHANGES = (  # (revision, what changed, whether a policy config's graph holds it)
     (
         2,
         "sub-step counts allow 1 us past a multiple of core.max_step (2026-12-07: a sensor stamped exactly max_step "
         "apart at system-time stamps took one or two sub-steps by rounding)",
         lambda config: bool((config.get("core") or {}).get("max_step")),
+    ),
+    (
+        3,
+        "each pixel's log read from a table of the 256 values (2026-12-07: float32 log in onnxruntime rounded "
+        "otherwise than torch's, up to 1.9e-5 in the action)",
+        lambda config: ((config.get("encoder") or {}).get("camera") or {}).get("normalize") in LOG_NORMALIZATIONS,
     ),
 )
 # observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
