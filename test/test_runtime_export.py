@@ -953,6 +953,9 @@ def test_a_revision_2_export_of_a_log_normalisation_is_not_taken_by_auto(tmp_pat
     from liquid_control.policy.config import LOG_NORMALIZATIONS
 
     assert backends.LOG_NORMALIZATIONS == LOG_NORMALIZATIONS
+    old = {backends.ONNX_GRAPH_KEY: "1"}  # a hand-edited config finds no change (it raised AttributeError: review)
+    for config in ({"encoder": [1]}, {"encoder": {"camera": "retinex"}}, {"core": "x"}, {"encoder": None}):
+        assert backends.outdated_graph("p.onnx", old, config) == ""
     for mode, taken in (("retinex", False), ("chromaticity", False), ("instance", True)):
         torch.manual_seed(0)
         config = dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], normalize=mode)})

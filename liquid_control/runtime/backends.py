@@ -52,15 +52,25 @@ GRAPH_CHANGES = (  # (revision, what changed, whether a policy config's graph ho
         2,
         "sub-step counts allow 1 us past a multiple of core.max_step (2026-12-07: a sensor stamped exactly max_step "
         "apart at system-time stamps took one or two sub-steps by rounding)",
-        lambda config: bool((config.get("core") or {}).get("max_step")),
+        lambda config: bool(_section(config, "core").get("max_step")),
     ),
     (
         3,
         "each pixel's log read from a table of the 256 values (2026-12-07: float32 log in onnxruntime rounded "
         "otherwise than torch's, up to 1.9e-5 in the action)",
-        lambda config: ((config.get("encoder") or {}).get("camera") or {}).get("normalize") in LOG_NORMALIZATIONS,
+        lambda config: _section(config, "encoder", "camera").get("normalize") in LOG_NORMALIZATIONS,
     ),
 )
+
+
+def _section(config: dict, *keys: str) -> dict:
+    """The nested section ``config[key0][key1]...`` of an export's config, {} where one is absent or no mapping (a
+    hand-edited export's metadata: GRAPH_CHANGES then finds nothing in it rather than raising)."""
+    for key in keys:
+        config = config.get(key) if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
 # observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
 # policies without torch, which that package needs)
 TIMING_INPUTS = ("event", "ages")
