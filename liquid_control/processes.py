@@ -436,12 +436,13 @@ def ctrl_c_unblocked() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _start_resource_tracker() -> None:
+def start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker (the process a spawned pool's semaphores are registered with)
     ignoring :data:`WARNING_SIGNALS`, as the pool's workers do (the tracker resets only SIGINT and SIGTERM): a batch
     system's warning to every process of the job ended it, and the run printed 'resource_tracker: process died
     unexpectedly, relaunching. Some resources might leak' and a KeyError traceback per semaphore at its end. Where it
-    runs already as it is."""
+    runs already as it is. Started outside :func:`ctrl_c_blocked` (``spawn_context.WorkerProcess``): multiprocessing
+    unblocks SIGINT in the calling thread after starting it, which ends such a block early."""
     if not WARNING_SIGNALS:  # no such signals (Windows), and no resource tracker process either
         return
     from multiprocessing import resource_tracker
@@ -460,7 +461,7 @@ def spawn_pool(workers: int, initializer: Callable[..., object], initargs: tuple
 
     from liquid_control.spawn_context import WorkerContext
 
-    _start_resource_tracker()
+    start_resource_tracker()
     try:
         return ProcessPoolExecutor(
             max_workers=workers,

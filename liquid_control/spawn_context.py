@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from multiprocessing.context import SpawnContext, SpawnProcess
 
-from liquid_control.processes import ctrl_c_blocked, ctrl_c_unblocked, quiet_ctrl_c_in_worker, warning_signals_ignored
+from liquid_control.processes import (
+    ctrl_c_blocked,
+    ctrl_c_unblocked,
+    quiet_ctrl_c_in_worker,
+    start_resource_tracker,
+    warning_signals_ignored,
+)
 
 
 class WorkerProcess(SpawnProcess):
@@ -21,7 +27,11 @@ class WorkerProcess(SpawnProcess):
     interrupted as its pool started)."""
 
     def start(self) -> None:
-        """Start it as multiprocessing does, with the warning signals ignored and Ctrl-C blocked meanwhile."""
+        """Start it as multiprocessing does, with the warning signals ignored and Ctrl-C blocked meanwhile. The resource
+        tracker first: a worker's start starts it where it is not running, and multiprocessing then unblocks SIGINT
+        (``resource_tracker.ensure_running``), so a Ctrl-C in the worker's start-up ended it with Python's default
+        handling (exit -2, a traceback or 'Fatal Python error'), as in the first worker of a process."""
+        start_resource_tracker()
         with warning_signals_ignored(), ctrl_c_blocked():
             super().start()
 

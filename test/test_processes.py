@@ -75,7 +75,9 @@ def test_a_ctrl_c_while_a_pool_worker_starts_up_ends_it_quietly(capfd):
     """Before: a pool worker started with Python's default Ctrl-C, so a Ctrl-C to the process group while it started
     (an eval interrupted as its pool came up) ended it in its start-up with 'Fatal Python error: init_import_site
     ... KeyboardInterrupt' or a traceback, under the parent's own 'interrupted' line. Here Ctrl-C reaches the worker
-    every millisecond from its start: it ends with the workers' quiet exit, nothing printed."""
+    every millisecond from its start: it ends with the workers' quiet exit, nothing printed. Also as the first worker
+    of its process, which starts the resource tracker: multiprocessing then unblocked SIGINT, and this test failed
+    (exit -2) wherever no earlier test of its pytest process had started the tracker (run alone, always)."""
     from liquid_control.spawn_context import WorkerContext
 
     worker = WorkerContext().Process(target=time.sleep, args=(120,))
