@@ -30,7 +30,8 @@ class WorkerProcess(SpawnProcess):
         """Start it as multiprocessing does, with the warning signals ignored and Ctrl-C blocked meanwhile. The resource
         tracker first: a worker's start starts it where it is not running, and multiprocessing then unblocks SIGINT
         (``resource_tracker.ensure_running``), so a Ctrl-C in the worker's start-up ended it with Python's default
-        handling (exit -2, a traceback or 'Fatal Python error'), as in the first worker of a process."""
+        handling (exit -2, a traceback or 'Fatal Python error'). ``spawn_pool`` starts the tracker before its pool, so
+        only a worker started on its own, the first of its process, was open to it."""
         start_resource_tracker()
         with warning_signals_ignored(), ctrl_c_blocked():
             super().start()

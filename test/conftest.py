@@ -9,8 +9,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 # The Ctrl-C tests send SIGINT to a process that takes it, as from a terminal. A suite started in the background of a
-# script (`./test.sh &`, nohup) inherits SIGINT ignored, and five of them failed there (measured 2026-12-07): each
-# test process takes it as Python does by default (a test of an ignoring parent sets SIG_IGN itself).
+# script (`./test.sh &` in a non-interactive shell) inherits SIGINT ignored, and five of them failed there (measured
+# 2026-12-07): each test process takes it as Python does by default (a test of an ignoring parent sets SIG_IGN itself).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
