@@ -33,11 +33,12 @@ def reference_scale(encoder: CameraEncoder, image: torch.Tensor) -> torch.Tensor
     x = image.permute(0, 3, 1, 2).to(encoder.project.weight.dtype) / 255.0
     if encoder.normalize == "none":
         return x - 0.5
-    if image.dtype == torch.uint8:
-        exact = torch.log(image.permute(0, 3, 1, 2).to(torch.float64) / 255.0 + _LOG_EPS)
-        log = torch.empty_like(x).copy_(exact)  # in the frame's layout, as x is
-    else:
-        log = torch.log(x + _LOG_EPS)
+    if encoder.normalize in ("chromaticity", "chromaticity_brightness", "retinex"):
+        if image.dtype == torch.uint8:
+            exact = torch.log(image.permute(0, 3, 1, 2).to(torch.float64) / 255.0 + _LOG_EPS)
+            log = torch.empty_like(x).copy_(exact)  # in the frame's layout, as x is
+        else:
+            log = torch.log(x + _LOG_EPS)
     if encoder.normalize in ("chromaticity", "chromaticity_brightness"):
         brightness = log.mean(dim=1, keepdim=True)
         x = log - brightness

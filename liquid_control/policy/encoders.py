@@ -165,21 +165,21 @@ class CameraEncoder(nn.Module):
     def scale(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``), channels-last
         in memory as the frames come (``_per_channel``: the convolutions' arithmetic depends on the layout)."""
-        if self.normalize in LOG_NORMALIZATIONS:
-            log = self.pixel_log(image)
-        else:
-            x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
-        if self.normalize == "none":
-            return x - 0.5  # [0, 1], centred
         if self.normalize in ("chromaticity", "chromaticity_brightness"):
+            log = self.pixel_log(image)
             brightness = log.mean(dim=1, keepdim=True)
             x = log - brightness
             if self.normalize == "chromaticity_brightness":  # the three sum to 0: two carry the colour
                 x = torch.cat((x[:, :2], brightness), dim=1)
         elif self.normalize == "retinex":
+            log = self.pixel_log(image)
             # blur(log - c) = blur(log) - c: small terms, small rounding (as below)
             log = _per_channel(torch.sub, log, log[:, :, :1, :1])
             x = log - self._blur(log)
+        else:
+            x = self._unit(image)
+            if self.normalize == "none":
+                return x - 0.5  # [0, 1], centred
         dims = (3, 2, 1) if self.normalize == "frame" else (3, 2)
         # The same normalisation as (x - mean) / std over dims, computed so that float32 rounding stays small on a
         # low-contrast frame (fog, dusk, a wall), where the small std magnifies it: the statistics of the image
@@ -198,7 +198,11 @@ class CameraEncoder(nn.Module):
         carry a gradient) computed, up to 1e-6 from the table's."""
         if image.dtype == torch.uint8:
             return self.log_table[image.long()].permute(0, 3, 1, 2)
-        return torch.log(image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0 + _LOG_EPS)
+        return torch.log(self._unit(image) + _LOG_EPS)
+
+    def _unit(self, image: torch.Tensor) -> torch.Tensor:
+        """Images (N, H, W, 3) as (N, 3, H, W) values in [0, 1] in the weights' dtype, in the frames' memory layout."""
+        return image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of (N, C, H, W) per channel, edges repeated (same size out)."""
