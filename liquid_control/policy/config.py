@@ -203,6 +203,9 @@ _TRAINING = {
     "lr_final": _field("float", 3e-4, min_value=0.0, max_value=1.0),  # cosine-decayed over all epochs
     "weight_decay": _field("float", 0.0, min_value=0.0),
     "grad_clip": _field("float", 1.0, min_value=0.0),
+    # an exponential moving average of the weights, updated after every optimizer step with this decay, drives the
+    # DAgger rounds, is selected and is written to policy.pt (training.weight_average); 0: off, the weights as trained
+    "ema_decay": _field("float", 0.0, min_value=0.0, max_value=0.9999),
     "eval_episodes": _field("int", 10, min_value=0),  # policy-only episodes after each round (model selection)
     "max_episode_steps": _field("int", None, min_value=1, nullable=True),  # cap on every episode (null: the world's)
     # cap on DAgger episodes only: a policy that lost the target would otherwise fill the data with minutes of

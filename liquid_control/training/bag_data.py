@@ -961,6 +961,12 @@ class BagRun(TrainingRun):
 
     def validate(self, validation: list[Episode]) -> None:
         """Validation loss on the held-out bags; keep the best epoch (the last without them) and save a checkpoint."""
+        with self.averaged():  # the weights validated are the ones kept
+            self._validate(validation)
+        self.rounds_evaluated = 0
+        self.save_checkpoint()
+
+    def _validate(self, validation: list[Episode]) -> None:
         t = self.config["training"]
         loss = None
         if validation:
@@ -998,8 +1004,6 @@ class BagRun(TrainingRun):
                 "validation_loss": loss,
                 "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()},
             }
-        self.rounds_evaluated = 0
-        self.save_checkpoint()
 
     def _validated(self, epoch: int) -> bool:
         return any(r["kind"] == "validate" and int(r["epoch"]) == epoch for r in self.rows)

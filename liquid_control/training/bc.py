@@ -226,6 +226,7 @@ def bc_epoch(
     progress=None,
     parallel: DataParallel | None = None,
     batching: str = "random",
+    after_step=None,
 ) -> dict:
     """One pass over ``episodes`` (shuffled by ``rng``, in batches as ``batching`` forms them: :func:`epoch_batches`);
     returns {"loss": mean per-update loss, "chunks": n,
@@ -233,9 +234,11 @@ def bc_epoch(
 
     ``progress`` is an optional callable(loss) called after every optimizer step (a tqdm update; loss None for
     a step without a labelled update, e.g. a takeover bag's stretch the policy drove: no loss, not 0). ``parallel``
-    (a :class:`DataParallel` of ``policy``) splits every batch over its copies. A chunk whose loss is not finite
-    ends the pass there, before its optimizer step: the rest would only train NaN weights on (an epoch over hours
-    of recordings); the result is then {"loss": that loss, "diverged_at": its optimizer step (1-based), ...}.
+    (a :class:`DataParallel` of ``policy``) splits every batch over its copies. ``after_step`` is an optional
+    callable() called after every optimizer step that moved the weights (a weight average's update). A chunk whose
+    loss is not finite ends the pass there, before its optimizer step: the rest would only train NaN weights on (an
+    epoch over hours of recordings); the result is then {"loss": that loss, "diverged_at": its optimizer step
+    (1-based), ...}.
     """
     if not episodes:
         raise ValueError("behaviour cloning needs at least one episode")
@@ -276,6 +279,8 @@ def bc_epoch(
                 if grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 if parallel is not None:
                     parallel.sync()
             weighted += loss * n

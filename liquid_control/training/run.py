@@ -20,6 +20,7 @@ selected policy).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import sys
@@ -71,6 +72,7 @@ from .episodes import (
 )
 from .run_folder import holds_run
 from .sensor_record import camera_entry, interval_histograms, rates_entry
+from .weight_average import WeightAverage
 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
@@ -128,6 +130,8 @@ class TrainingRun:
         self.policy = Policy(config)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
         self.parallel = DataParallel(self.policy, bc_copies) if bc_copies > 1 else None  # else BC on one thread
+        # training.ema_decay: the average of the weights is what drives, is selected and is kept (weight_average)
+        self.average = WeightAverage(self.policy, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.epoch_done = 0
         self.rounds_evaluated = -1
         self.best = None  # {"success", "round", "epoch", "state_dict"}
@@ -172,6 +176,7 @@ class TrainingRun:
                 "policy": self.policy.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "best": self.best,
+                "weight_average": None if self.average is None else self.average.state_dict(),
                 "rows": self.rows,
                 "wall_s": self.wall_s,
                 "longest_dt": self.longest_dt,  # a resumed run may not load every round's episodes again
@@ -195,6 +200,8 @@ class TrainingRun:
         if best is not None:  # first: the policy's own weights are the ones left loaded
             weights.insert(0, ("best round's", best.get("state_dict") if isinstance(best, dict) else best))
         problem = self._progress_problem(ck) or self._optimizer_problem(ck.get("optimizer"))
+        if self.average is not None and problem is None:
+            problem = self.average.problem(ck.get("weight_average"))
         for what, state in weights:
             problem = problem or self._load_weights(what, state)
         if problem:
@@ -204,6 +211,8 @@ class TrainingRun:
                 f"for bit)"
             )
         self.optimizer.load_state_dict(ck["optimizer"])
+        if self.average is not None:
+            self.average.load_state_dict(ck["weight_average"])
         self.epoch_done, self.rounds_evaluated = ck["epoch_done"], ck["rounds_evaluated"]
         self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
@@ -286,6 +295,11 @@ class TrainingRun:
                 problem = str(exc).split(":", 1)[-1].strip().replace("\n\t", " ")
         return None if problem is None else f"its {what} weights: {problem}"
 
+    def averaged(self):
+        """A context in which the policy holds the weights the run measures and keeps: their average
+        (``training.ema_decay``), or the weights as trained where no average is kept."""
+        return contextlib.nullcontext() if self.average is None else self.average.swapped_in()
+
     def kernel_path(self) -> str:
         """The path the cells take in this process's training (torch for a core without compiled kernels)."""
         if self.config["training"].get("sequence_kernel") == "stepwise":
@@ -342,15 +356,18 @@ class TrainingRun:
         bar = progress_bar(count, f"round {round_index} collect (beta={beta:g})", self.progress)
         bar.update(count - len(missing))
         policy = self.policy if beta < 1.0 else None
-        if self.workers is not None:
-            finished = self.workers.collect(policy, self.seed, round_index, missing)
-        else:
-            finished = ((i, collect_episode(env, policy, self.config, self.seed, round_index, i)) for i in missing)
         try:
-            for i, episode in finished:  # each saved as soon as it is done: a failure later loses nothing of it
-                save_episode(folder / f"ep_{i:04d}.npz", episode)
-                episodes[i] = episode
-                bar.update(1)
+            with self.averaged():  # the policy that drives is the one kept
+                if self.workers is not None:
+                    finished = self.workers.collect(policy, self.seed, round_index, missing)
+                else:
+                    finished = (
+                        (i, collect_episode(env, policy, self.config, self.seed, round_index, i)) for i in missing
+                    )
+                for i, episode in finished:  # each saved as soon as it is done: a failure later loses nothing of it
+                    save_episode(folder / f"ep_{i:04d}.npz", episode)
+                    episodes[i] = episode
+                    bar.update(1)
         except EpisodeWorkerError as exc:
             kept = (
                 "finished episodes are saved; --resume continues"
@@ -489,6 +506,7 @@ class TrainingRun:
                 progress=tick,
                 parallel=self.parallel,
                 batching=t["batching"],
+                after_step=None if self.average is None else self.average.update,
             )
         except SolverDivergedError as exc:  # an explicit LTC solver at the data's dt: what is kept, what to change
             raise TrainingError(f"epoch {epoch + 1}: {exc} (core.solver, core.unfolds); {self.kept()}") from None
@@ -555,6 +573,12 @@ class TrainingRun:
 
     def evaluate(self, env, round_index: int) -> None:
         """Success of the policy after a round on the selection episodes (the best round becomes policy.pt)."""
+        with self.averaged():  # the weights measured are the ones kept
+            self._evaluate(env, round_index)
+        self.rounds_evaluated = round_index
+        self.save_checkpoint()
+
+    def _evaluate(self, env, round_index: int) -> None:
         n = self.config["training"]["eval_episodes"]
         success = None
         if n > 0:
@@ -583,8 +607,6 @@ class TrainingRun:
                 "epoch": self.epoch_done,
                 "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()},
             }
-        self.rounds_evaluated = round_index
-        self.save_checkpoint()
 
     def run(self) -> TrainResult:
         """Every round not yet done: collect, train, evaluate; then policy.pt."""
