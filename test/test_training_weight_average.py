@@ -164,7 +164,9 @@ def test_a_bag_run_validates_the_average_and_keeps_it(tmp_path, monkeypatch):
         "validation": [_steady_bag(tmp_path / "held", 0.07, 20)],
     }
     overrides = {"training.epochs_first": 3, "training.ema_decay": 0.8}
-    trainer.train(CAMERA_ONLY, tmp_path / "run", data=data, overrides=overrides, progress=False, log=lambda m: None)
+    lines = []
+    trainer.train(CAMERA_ONLY, tmp_path / "run", data=data, overrides=overrides, progress=False, log=lines.append)
+    assert "(its weights' average, training.ema_decay 0.8); wrote" in lines[-1], lines[-1]
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     average = ck["weight_average"]["average"]
     assert len(validated) == 3

@@ -758,7 +758,8 @@ class TrainingRun:
             )
         plot_curves(self.rows, self.out / "curves.png", f"{self.config['name']}, seed {self.seed}")  # before policy.pt
         path = save_policy(self.out / "policy.pt", selected, metadata)
-        self.log(f"{self.selection_note()}; wrote {path} after {self.wall_s:.0f} s")
+        averaged = "" if self.average is None else f" (its weights' average, training.ema_decay {self.average.decay:g})"
+        self.log(f"{self.selection_note()}{averaged}; wrote {path} after {self.wall_s:.0f} s")
         return TrainResult(
             out_dir=self.out,
             policy_path=path,
