@@ -108,8 +108,8 @@ def test_the_average_drives_the_dagger_rounds_is_selected_and_is_what_policy_pt_
     kept = load_policy(result.policy_path).state_dict()
     best = ck["best"]["state_dict"]
     assert all(torch.equal(kept[name], best[name]) for name in kept)
-    if ck["best"]["round"] == 2:  # the last round selected (ties: the later): the final average itself
-        assert all(torch.equal(kept[name], average[name]) for name in average)
+    chosen = seen["selected"][ck["best"]["round"]]  # what the selection measured in the round it kept
+    assert all(torch.equal(kept[name], chosen[name]) for name in chosen)
     for name in set(trained) - set(average):  # buffers (input normalisation) as set, not averaged
         assert torch.equal(kept[name], trained[name]), name
 
@@ -163,13 +163,61 @@ def test_a_bag_run_validates_the_average_and_keeps_it(tmp_path, monkeypatch):
         "bags": [_steady_bag(tmp_path / "drive", 0.07, 30)],
         "validation": [_steady_bag(tmp_path / "held", 0.07, 20)],
     }
-    overrides = {"training.epochs_first": 3, "training.ema_decay": 0.8}
+    overrides = {"training.epochs_first": 3, "training.ema_decay": 0.5}
     lines = []
-    trainer.train(CAMERA_ONLY, tmp_path / "run", data=data, overrides=overrides, progress=False, log=lines.append)
-    assert "(its weights' average, training.ema_decay 0.8); wrote" in lines[-1], lines[-1]
+    result = trainer.train(
+        CAMERA_ONLY, tmp_path / "run", data=data, overrides=overrides, progress=False, log=lines.append
+    )
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     average = ck["weight_average"]["average"]
+    steps = ck["best"]["average_steps"]
+    assert f"(its weights' average over {steps} optimizer step(s), training.ema_decay 0.5); wrote" in lines[-1], lines
     assert len(validated) == 3
     assert any(not torch.equal(average[name], ck["policy"][name]) for name in average)
     for name, value in average.items():
         assert torch.equal(validated[-1][name], value), name
+    kept = load_policy(result.policy_path).state_dict()  # the epoch selected: the average it validated
+    chosen = validated[ck["best"]["epoch"] - 1]
+    assert all(torch.equal(kept[name], chosen[name]) for name in chosen)
+
+
+def test_the_average_folds_in_the_weights_after_every_optimizer_step():
+    """bc_epoch's after_step: once per step that moved the weights, after the step (the last call sees the weights
+    the epoch ends with)."""
+    import gymnasium
+
+    from liquid_control.policy import Policy
+    from liquid_control.training.bc import bc_epoch, count_chunks, epoch_batches
+    from liquid_control.training.data import rollout
+
+    env = gymnasium.make("TinyReach-v0")
+    episodes = [rollout(env, None, seed=s) for s in range(6)]
+    torch.manual_seed(0)
+    policy = Policy.from_config(tiny_config())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    seen = []
+    stats = bc_epoch(
+        policy,
+        optimizer,
+        episodes,
+        batch_size=4,
+        sequence_length=8,
+        grad_clip=1.0,
+        rng=np.random.default_rng(0),
+        after_step=lambda: seen.append(_parameters(policy)),
+    )
+    steps = count_chunks(episodes, 8, epoch_batches([len(ep) for ep in episodes], 4, np.random.default_rng(0)))
+    assert len(seen) == stats["chunks"] == steps  # every chunk here is labelled: one step each
+    assert all(torch.equal(seen[-1][name], p) for name, p in policy.named_parameters())
+    assert any(not torch.equal(seen[0][name], seen[1][name]) for name in seen[0])  # each after its own step
+
+
+def test_a_run_too_short_for_its_decay_warns_that_it_keeps_about_its_first_weights(tmp_path):
+    lines = []
+    config = tiny_config(ema_decay=0.998, dagger_rounds=0, epochs_first=2)
+    trainer.train(config, tmp_path / "short", progress=False, log=lines.append)
+    assert lines[-1].startswith("warning: the kept average still holds 9"), lines[-1]  # 0.998 ** (n - 1), n ~ 8
+    assert "training.ema_decay 0.998 halves a step's share in 346 steps" in lines[-1], lines[-1]
+    lines.clear()
+    trainer.train(tiny_config(ema_decay=0.5, dagger_rounds=0, epochs_first=2), tmp_path / "ok", log=lines.append)
+    assert not any(line.startswith("warning: the kept average") for line in lines), lines

@@ -1003,6 +1003,7 @@ class BagRun(TrainingRun):
                 "epoch": self.epoch_done,
                 "validation_loss": loss,
                 "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()},
+                "average_steps": None if self.average is None else self.average.steps,
             }
 
     def _validated(self, epoch: int) -> bool:

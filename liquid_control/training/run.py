@@ -591,7 +591,8 @@ class TrainingRun:
                 success = float(np.mean([ok for ok, _ in outcomes]))
             else:
                 success = measure_success(self.policy, selection_seeds(n), env=env, max_steps=cap)
-            self.log(f"round {round_index}: policy alone succeeds in {success:.0%} of {n} selection episodes")
+            alone = "policy alone" if self.average is None else "the weights' average alone"
+            self.log(f"round {round_index}: {alone} succeeds in {success:.0%} of {n} selection episodes")
         self._row(
             epoch=self.epoch_done,
             round=round_index,
@@ -606,6 +607,7 @@ class TrainingRun:
                 "round": round_index,
                 "epoch": self.epoch_done,
                 "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()},
+                "average_steps": None if self.average is None else self.average.steps,
             }
 
     def run(self) -> TrainResult:
@@ -758,8 +760,12 @@ class TrainingRun:
             )
         plot_curves(self.rows, self.out / "curves.png", f"{self.config['name']}, seed {self.seed}")  # before policy.pt
         path = save_policy(self.out / "policy.pt", selected, metadata)
-        averaged = "" if self.average is None else f" (its weights' average, training.ema_decay {self.average.decay:g})"
+        averaged, warning = "", None
+        if self.average is not None:
+            averaged, warning = self.average.note(int(self.best.get("average_steps") or 0))
         self.log(f"{self.selection_note()}{averaged}; wrote {path} after {self.wall_s:.0f} s")
+        if warning:
+            self.log(warning)
         return TrainResult(
             out_dir=self.out,
             policy_path=path,

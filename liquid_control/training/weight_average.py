@@ -11,6 +11,7 @@ Buffers (the input normalisation, the NCP wiring's masks) are not averaged: they
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 
@@ -41,6 +42,20 @@ class WeightAverage:
             for average, p in zip(self.average, params):
                 average.lerp_(p, 1.0 - self.decay)
         self.steps += 1
+
+    def note(self, steps: int) -> tuple[str, str | None]:
+        """What the run's last line says of an average over ``steps`` optimizer steps, and a warning where the
+        first step's weights (where it began: a warm start's, or a random draw's after one step) still weigh over 5%."""
+        said = f" (its weights' average over {steps} optimizer step(s), training.ema_decay {self.decay:g})"
+        first = self.decay ** max(steps - 1, 0)
+        if first <= 0.05:
+            return said, None
+        half = math.log(0.5) / math.log(self.decay)
+        return said, (
+            f"warning: the kept average still holds {first:.0%} of the weights after the first optimizer step "
+            f"(training.ema_decay {self.decay:g} halves a step's share in {half:.0f} steps; this run took {steps}): "
+            "it is close to where training began; lower training.ema_decay or train longer"
+        )
 
     @contextlib.contextmanager
     def swapped_in(self):
