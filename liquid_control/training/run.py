@@ -134,7 +134,7 @@ class TrainingRun:
         self.average = WeightAverage(self.policy, t["ema_decay"]) if t["ema_decay"] > 0 else None
         self.epoch_done = 0
         self.rounds_evaluated = -1
-        self.best = None  # {"success", "round", "epoch", "state_dict"}
+        self.best = None  # {"success", "round", "epoch", "state_dict", "average_steps"}
         self.rows: list[dict] = []
         self.wall_s = 0.0
         self.longest_dt = 0.0  # of the updates trained on (what core.max_step should not undercut, see finish)

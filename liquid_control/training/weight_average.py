@@ -1,8 +1,9 @@
 """An exponential moving average of a policy's weights during training (``training.ema_decay``).
 
 Behaviour cloning's last optimizer steps move the weights along the last batches' gradients, so the policy a round
-ends with is one draw around where training has settled; the average of the weights over the last few hundred steps
-(Polyak averaging, as in timm's ModelEmaV2 or ``torch.optim.swa_utils``) is that point itself. The run trains the
+ends with may be one draw around where training has settled; the average of the weights over the last few hundred
+steps (Polyak averaging, as in timm's ModelEmaV2 or ``torch.optim.swa_utils``) is closer to that point. On the robust
+rover config it drove worse, not better (docs/weight_average/), so it is off by default. The run trains the
 weights as before and keeps the average beside them; the average is what it measures and keeps: it drives the
 DAgger rounds, it is scored on the selection episodes (a bag run's validation bags) and it is written to policy.pt.
 Buffers (the input normalisation, the NCP wiring's masks) are not averaged: they are set, not learnt.
