@@ -24,19 +24,17 @@ class WeightAverage:
     def __init__(self, policy: torch.nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"training.ema_decay: {decay!r} is not in (0, 1)")
-        self.policy, self.decay = policy, float(decay)
-        self.names = [name for name, _ in policy.named_parameters()]
+        self.decay = float(decay)
+        # the policy's parameter tensors, once: loading weights (a warm start, a resume) copies into them in place
+        named = list(policy.named_parameters())
+        self.names, self.parameters = [name for name, _ in named], [p for _, p in named]
         self.average: list[torch.Tensor] | None = None  # None: no optimizer step yet
         self.steps = 0
-
-    def _parameters(self) -> list[torch.Tensor]:
-        params = dict(self.policy.named_parameters())
-        return [params[name] for name in self.names]
 
     @torch.no_grad()
     def update(self) -> None:
         """Fold the weights after an optimizer step into the average."""
-        params = self._parameters()
+        params = self.parameters
         if self.average is None:
             self.average = [p.detach().clone() for p in params]
         else:
@@ -65,7 +63,7 @@ class WeightAverage:
         if self.average is None:
             yield
             return
-        params = self._parameters()
+        params = self.parameters
         trained = [p.detach().clone() for p in params]
         with torch.no_grad():
             for p, average in zip(params, self.average):
@@ -93,7 +91,7 @@ class WeightAverage:
             return None if state["steps"] == 0 else "its weight average has steps but no weights"
         if not isinstance(average, dict) or list(average) != self.names:
             return "its weight average is not of this policy's parameters"
-        for name, p in zip(self.names, self._parameters()):
+        for name, p in zip(self.names, self.parameters):
             value = average[name]
             if not isinstance(value, torch.Tensor) or value.shape != p.shape or value.dtype != p.dtype:
                 return f"its weight average of {name} is not a tensor of {tuple(p.shape)} {p.dtype}"
